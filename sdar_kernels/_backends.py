@@ -1,0 +1,89 @@
+"""Backend choice and the call into each backend's row kernels.
+
+Every backend maps a RowBatch and an ObjectiveConfig to the same four tensors
+``(loss_sum, weight_sum, row_loss [N], stats [NUM_STATS, N])`` with autograd to the student logits.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import _native, reference
+from ._config import ObjectiveConfig, RowBatch
+from ._layout import gate_code, objective_code
+
+_warned_fallback = False
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends that can run on tensors of ``device`` in this environment."""
+    device = torch.device(device)
+    names = []
+    if device.type == "cpu" and _native.available():
+        names.append("cpu")
+    if device.type == "cuda" and _native.has_cuda_kernels():
+        names.append("cuda")
+    names.append("torch")
+    return names
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend for ``backend`` ("auto" or a name) on ``device``; clear error if impossible."""
+    global _warned_fallback
+    if backend == "auto":
+        if device.type == "cpu" and _native.available():
+            return "cpu"
+        if device.type == "cuda" and _native.has_cuda_kernels():
+            return "cuda"
+        if not _warned_fallback:
+            _warned_fallback = True
+            reason = _native.load_error() or f"no fused kernel for {device.type} tensors in this build"
+            warnings.warn(
+                f"sdar_kernels: using the eager torch reference ({reason})", RuntimeWarning, stacklevel=3
+            )
+        return "torch"
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"backend='cpu' needs CPU tensors; got tensors on {device}")
+        if not _native.available():
+            raise RuntimeError(
+                f"backend='cpu' is not available: the native ops did not load ({_native.load_error()})"
+            )
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"backend='cuda' needs CUDA tensors; got tensors on {device}")
+        if not _native.has_cuda_kernels():
+            raise RuntimeError("backend='cuda' is not available: sdar_kernels was built without CUDA")
+    if backend == "triton":
+        raise RuntimeError("backend='triton' is not available in this build")
+    return backend
+
+
+def run_rows(batch: RowBatch, config: ObjectiveConfig, backend: str) -> tuple[torch.Tensor, ...]:
+    """Runs the per-token objective on the resolved ``backend``."""
+    if backend == "torch":
+        return reference.objective_rows(batch, config)
+    return torch.ops.sdar_kernels.objective_forward(
+        batch.student_logits,
+        batch.targets,
+        batch.weights,
+        batch.teacher_logits,
+        batch.teacher_logprobs,
+        batch.advantages,
+        batch.old_logprobs,
+        batch.ref_logprobs,
+        config.temperature,
+        config.teacher_temperature,
+        config.beta,
+        gate_code(config.gate),
+        objective_code(config.objective),
+        config.sdar_coef,
+        config.clip_low,
+        config.clip_high,
+        -1.0 if config.dual_clip is None else config.dual_clip,
+        config.kl_coef,
+        config.entropy_coef,
+        config.ignore_index,
+    )
