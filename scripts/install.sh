@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything the project needs, from scratch, CPU-only:
+#   torch 2.13.0 (CPU build), the native ops (compiled here), test and benchmark tools.
+# Usage: bash scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first, pinned: the native ops are compiled against the torch that is installed
+.venv/bin/python -m pip install --quiet torch==2.13.0
+# build tools for the extension (ninja) and the CMake build
+.venv/bin/python -m pip install --quiet ninja setuptools wheel
+# the project itself (compiles sdar_kernels._C) with its test extras
+.venv/bin/python -m pip install --quiet --no-build-isolation -e ".[test]"
+.venv/bin/python -c "import sdar_kernels; print('sdar_kernels', sdar_kernels.__version__, 'native ops:', sdar_kernels.native_available(), 'CPU kernels:', sdar_kernels.cpu_capability())"
