@@ -11,8 +11,8 @@ import sys
 from setuptools import find_packages, setup
 
 try:
-    import torch  # noqa: F401
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:  # pragma: no cover - message for users only
     sys.exit(
         "sdar: torch must be installed before building the native ops "
@@ -49,6 +49,9 @@ ISA_SOURCES = {
     ],
 }
 
+CUDA_SOURCES = ["csrc/cuda/row_kernels.cu", "csrc/cuda/objective_cuda.cu"]
+NVCC_FLAGS = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-DSDAR_WITH_CUDA"]
+
 CXX_FLAGS = [
     "-O3",
     "-std=c++20",
@@ -77,20 +80,37 @@ class BuildNativeOps(BuildExtension):
                 [source],
                 output_dir=self.build_temp,
                 include_dirs=ext.include_dirs,
-                extra_postargs={"cxx": flags},
+                extra_postargs={"cxx": flags, "nvcc": NVCC_FLAGS},
                 depends=ext.depends,
             )
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
 
 
+def build_with_cuda() -> bool:
+    """SDAR_WITH_CUDA=auto (default): CUDA kernels when a CUDA toolkit and a CUDA build of torch are
+    present; 1 requires them; 0 builds the CPU kernels only."""
+    choice = os.environ.get("SDAR_WITH_CUDA", "auto").lower()
+    if choice in ("0", "off", "false", "no"):
+        return False
+    possible = torch.version.cuda is not None and CUDA_HOME is not None
+    if choice in ("1", "on", "true", "yes") and not possible:
+        sys.exit(
+            f"SDAR_WITH_CUDA={choice} but torch.version.cuda={torch.version.cuda} and CUDA_HOME={CUDA_HOME}: "
+            "a CUDA build of torch and a CUDA toolkit are needed"
+        )
+    return possible
+
+
 def native_extension():
-    ext = CppExtension(
+    with_cuda = build_with_cuda()
+    extension = CUDAExtension if with_cuda else CppExtension
+    ext = extension(
         name="sdar_kernels._C",
-        sources=GENERIC_SOURCES,
+        sources=GENERIC_SOURCES + (CUDA_SOURCES if with_cuda else []),
         include_dirs=[os.path.join(HERE, "csrc")],
         depends=[os.path.join(root, f) for root, _, files in os.walk("csrc") for f in files],
-        extra_compile_args={"cxx": CXX_FLAGS},
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
         extra_link_args=["-fopenmp"],
     )
     ext.isa_sources = ISA_SOURCES
