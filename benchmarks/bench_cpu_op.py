@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from baselines import eager_sdar_loss
-from harness import machine_description, peak_extra_bytes, time_call
+from harness import machine_description, measure_loss
 
 from sdar_kernels import cpu_capability, sdar_loss
 
@@ -41,31 +41,6 @@ def implementations():
         "torch": lambda z, t, y, m: sdar_loss(z, t, y, m, backend="torch"),
         "eager": lambda z, t, y, m: eager_sdar_loss(z, t, y, m),
     }
-
-
-def measure(name, fn, inputs, repeats):
-    student, teacher, targets, mask = inputs
-
-    def fresh():
-        return student.detach().requires_grad_(True)
-
-    forward = time_call(lambda z: fn(z, teacher, targets, mask), setup=fresh, repeats=repeats)
-
-    def forward_only(z):
-        return z, fn(z, teacher, targets, mask)
-
-    backward = time_call(
-        lambda state: state[1].backward(), setup=lambda: forward_only(fresh()), repeats=repeats
-    )
-    both = time_call(lambda z: fn(z, teacher, targets, mask).backward(), setup=fresh, repeats=repeats)
-
-    def step():
-        z = fresh()
-        fn(z, teacher, targets, mask).backward()
-        return z.grad
-
-    peak = peak_extra_bytes(step)
-    return forward, backward, both, peak
 
 
 def main(argv=None):
@@ -91,9 +66,17 @@ def main(argv=None):
         dtype = getattr(torch, dtype_name)
         inputs = make_inputs(args.rows, args.vocab, dtype)
         grad_bytes = elements * inputs[0].element_size()
-        results = {name: measure(name, fn, inputs, args.repeats) for name, fn in implementations().items()}
-        native_time = results["native"][2].median_s
-        for name, (fwd, bwd, both, peak) in results.items():
+        results = {
+            name: measure_loss(fn, *inputs, repeats=args.repeats) for name, fn in implementations().items()
+        }
+        native_time = results["native"].forward_backward.median_s
+        for name, result in results.items():
+            fwd, bwd, both, peak = (
+                result.forward,
+                result.backward,
+                result.forward_backward,
+                result.peak_extra_bytes,
+            )
             print(
                 f"{dtype_name:9} {name:7} {fwd.median_s * 1e3:9.1f} {bwd.median_s * 1e3:9.1f} "
                 f"{both.median_s * 1e3:11.1f} {both.median_s * 1e9 / elements:8.2f} "

@@ -103,3 +103,37 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name())
     return "; ".join(parts)
+
+
+@dataclass
+class LossMeasurement:
+    forward: Timing
+    backward: Timing
+    forward_backward: Timing
+    peak_extra_bytes: int
+
+
+def measure_loss(fn, student, *rest, repeats: int = 7, device="cpu") -> LossMeasurement:
+    """Times ``fn(student_leaf, *rest)`` forward, backward and both, and its peak extra memory.
+
+    ``fn`` returns a 0-d loss; a fresh leaf copy of ``student`` is made (untimed) for every call.
+    """
+
+    def fresh():
+        return student.detach().requires_grad_(True)
+
+    def forward_only(z):
+        return z, fn(z, *rest)
+
+    forward = time_call(lambda z: fn(z, *rest), setup=fresh, repeats=repeats, device=device)
+    backward = time_call(
+        lambda state: state[1].backward(), setup=lambda: forward_only(fresh()), repeats=repeats, device=device
+    )
+    both = time_call(lambda z: fn(z, *rest).backward(), setup=fresh, repeats=repeats, device=device)
+
+    def step():
+        z = fresh()
+        fn(z, *rest).backward()
+        return z.grad
+
+    return LossMeasurement(forward, backward, both, peak_extra_bytes(step, device=device))

@@ -11,8 +11,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first, pinned: the native ops are compiled against the torch that is installed
 .venv/bin/python -m pip install --quiet torch==2.13.0
-# build tools for the extension (ninja) and the CMake build
-.venv/bin/python -m pip install --quiet ninja setuptools wheel
+# build tools for the extension (ninja) and the CMake build; triton for the Triton kernels (on a
+# CPU-only machine they run in Triton's interpreter in the tests)
+.venv/bin/python -m pip install --quiet ninja setuptools wheel triton==3.9.0
 # the project itself (compiles sdar_kernels._C) with its test extras
 .venv/bin/python -m pip install --quiet --no-build-isolation -e ".[test]"
 .venv/bin/python -c "import sdar_kernels; print('sdar_kernels', sdar_kernels.__version__, 'native ops:', sdar_kernels.native_available(), 'CPU kernels:', sdar_kernels.cpu_capability())"

@@ -6,6 +6,8 @@ Every backend maps a RowBatch and an ObjectiveConfig to the same four tensors
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import warnings
 
 import torch
@@ -17,6 +19,17 @@ from ._layout import gate_code, objective_code
 _warned_fallback = False
 
 
+def triton_status(device: torch.device) -> str | None:
+    """None if the Triton backend can run on ``device``, else the reason it cannot."""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return "Triton runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 set before import"
+    if device.type not in ("cpu", "cuda"):
+        return f"Triton does not run on {device.type} tensors"
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    return None
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can run on tensors of ``device`` in this environment."""
     device = torch.device(device)
@@ -25,6 +38,8 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
         names.append("cpu")
     if device.type == "cuda" and _native.has_cuda_kernels():
         names.append("cuda")
+    if triton_status(device) is None:
+        names.append("triton")
     names.append("torch")
     return names
 
@@ -37,6 +52,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             return "cpu"
         if device.type == "cuda" and _native.has_cuda_kernels():
             return "cuda"
+        if device.type == "cuda" and triton_status(device) is None:
+            return "triton"
         if not _warned_fallback:
             _warned_fallback = True
             reason = _native.load_error() or f"no fused kernel for {device.type} tensors in this build"
@@ -57,7 +74,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if not _native.has_cuda_kernels():
             raise RuntimeError("backend='cuda' is not available: sdar_kernels was built without CUDA")
     if backend == "triton":
-        raise RuntimeError("backend='triton' is not available in this build")
+        reason = triton_status(device)
+        if reason is not None:
+            raise RuntimeError(f"backend='triton' is not available: {reason}")
     return backend
 
 
@@ -65,7 +84,13 @@ def run_rows(batch: RowBatch, config: ObjectiveConfig, backend: str) -> tuple[to
     """Runs the per-token objective on the resolved ``backend``."""
     if backend == "torch":
         return reference.objective_rows(batch, config)
-    return torch.ops.sdar_kernels.objective_forward(
+    if backend == "triton":
+        from . import triton as _triton  # noqa: F401  (registers the Triton ops on first use)
+
+        forward = torch.ops.sdar_kernels.triton_objective_forward
+    else:
+        forward = torch.ops.sdar_kernels.objective_forward
+    return forward(
         batch.student_logits,
         batch.targets,
         batch.weights,

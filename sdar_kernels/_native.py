@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ._layout import NUM_STATS
+from ._registration import register_objective_op
 
 _LOAD_ERROR: str | None = None
 
@@ -66,52 +66,9 @@ def set_cpu_capability(name: str) -> str:
     return torch.ops.sdar_kernels.set_cpu_capability(name)
 
 
-def _accumulation_dtype(logits: torch.Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-
-def _register() -> None:
-    @torch.library.register_fake("sdar_kernels::objective_forward")
-    def _objective_forward_fake(student_logits, targets, *args):
-        n_rows = student_logits.shape[0]
-        acc = _accumulation_dtype(student_logits)
-        return (
-            student_logits.new_empty((), dtype=acc),
-            student_logits.new_empty((), dtype=acc),
-            student_logits.new_empty((n_rows,), dtype=acc),
-            student_logits.new_empty((NUM_STATS, n_rows), dtype=acc),
-        )
-
-    @torch.library.register_fake("sdar_kernels::objective_backward")
-    def _objective_backward_fake(student_logits, *args):
-        return torch.empty_like(student_logits, memory_format=torch.contiguous_format)
-
-    def setup_context(ctx, inputs, output):
-        student_logits, targets = inputs[0], inputs[1]
-        ctx.temperature = inputs[8]
-        ctx.ignore_index = inputs[19]
-        ctx.num_inputs = len(inputs)
-        _, weight_sum, _, stats = output
-        ctx.save_for_backward(student_logits, targets, stats)
-        ctx.mark_non_differentiable(weight_sum, stats)
-
-    def backward(ctx, grad_loss_sum, grad_weight_sum, grad_row_loss, grad_stats):
-        student_logits, targets, stats = ctx.saved_tensors
-        grad_logits = None
-        if ctx.needs_input_grad[0]:
-            grad_logits = torch.ops.sdar_kernels.objective_backward(
-                student_logits,
-                targets,
-                stats,
-                grad_loss_sum,
-                grad_row_loss,
-                ctx.temperature,
-                ctx.ignore_index,
-            )
-        return (grad_logits,) + (None,) * (ctx.num_inputs - 1)
-
-    torch.library.register_autograd("sdar_kernels::objective_forward", backward, setup_context=setup_context)
-
-
 if _AVAILABLE:
-    _register()
+    register_objective_op(
+        "sdar_kernels::objective_forward",
+        "sdar_kernels::objective_backward",
+        torch.ops.sdar_kernels.objective_backward,
+    )

@@ -13,7 +13,10 @@ import sdar_kernels
 
 SEED = int(os.environ.get("SDAR_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
-CPU_BACKENDS = [b for b in ("cpu", "torch") if b in sdar_kernels.available_backends("cpu")]
+CPU_BACKENDS = [b for b in ("cpu", "torch", "triton") if b in sdar_kernels.available_backends("cpu")]
+# backends whose kernels raise on bad values (GPU-style kernels write NaN rows instead)
+RAISING_BACKENDS = [b for b in ("cpu", "torch") if b in CPU_BACKENDS]
+INTERPRETED_TRITON = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def generator(*salt) -> torch.Generator:
