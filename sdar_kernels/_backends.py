@@ -6,6 +6,7 @@ Every backend maps a RowBatch and an ObjectiveConfig to the same four tensors
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import warnings
@@ -80,17 +81,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def run_rows(batch: RowBatch, config: ObjectiveConfig, backend: str) -> tuple[torch.Tensor, ...]:
-    """Runs the per-token objective on the resolved ``backend``."""
-    if backend == "torch":
-        return reference.objective_rows(batch, config)
-    if backend == "triton":
-        from . import triton as _triton  # noqa: F401  (registers the Triton ops on first use)
-
-        forward = torch.ops.sdar_kernels.triton_objective_forward
-    else:
-        forward = torch.ops.sdar_kernels.objective_forward
-    return forward(
+def _op_arguments(batch: RowBatch, config: ObjectiveConfig) -> tuple:
+    return (
         batch.student_logits,
         batch.targets,
         batch.weights,
@@ -112,3 +104,52 @@ def run_rows(batch: RowBatch, config: ObjectiveConfig, backend: str) -> tuple[to
         config.entropy_coef,
         config.ignore_index,
     )
+
+
+def _ops(backend: str):
+    """(forward op, backward op) of a fused backend."""
+    if backend == "triton":
+        from . import triton as _triton  # noqa: F401  (registers the Triton ops on first use)
+
+        ops = torch.ops.sdar_kernels
+        return ops.triton_objective_forward, ops.triton_objective_backward
+    return torch.ops.sdar_kernels.objective_forward, torch.ops.sdar_kernels.objective_backward
+
+
+def run_rows(batch: RowBatch, config: ObjectiveConfig, backend: str) -> tuple[torch.Tensor, ...]:
+    """Runs the per-token objective on the resolved ``backend``, with autograd to the logits."""
+    if backend == "torch":
+        return reference.objective_rows(batch, config)
+    forward, _ = _ops(backend)
+    return forward(*_op_arguments(batch, config))
+
+
+def rows_forward_backward(
+    batch: RowBatch, config: ObjectiveConfig, backend: str, grad_loss_sum: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Forward outputs and d(grad_loss_sum * loss_sum)/d(logits) in one go, without autograd.
+
+    Used chunk by chunk by the fused-linear form, which knows the upstream scale (1 / normaliser) at
+    forward time. ``grad_loss_sum`` is a 0-d tensor on the logits' device. Returns
+    ``((loss_sum, weight_sum, row_loss, stats), grad_logits)``; ``grad_logits`` has the logits' dtype.
+    """
+    if backend == "torch":
+        logits = batch.student_logits.detach().requires_grad_(True)
+        with torch.enable_grad():
+            outputs = reference.objective_rows(dataclasses.replace(batch, student_logits=logits), config)
+            (grad,) = torch.autograd.grad(outputs[0], logits, grad_outputs=grad_loss_sum.to(outputs[0].dtype))
+        return tuple(o.detach() for o in outputs), grad
+    forward, backward = _ops(backend)
+    with torch.no_grad():
+        outputs = forward(*_op_arguments(batch, config))
+        stats = outputs[3]
+        grad = backward(
+            batch.student_logits,
+            batch.targets,
+            stats,
+            grad_loss_sum,
+            None,
+            config.temperature,
+            config.ignore_index,
+        )
+    return outputs, grad

@@ -49,5 +49,10 @@ class RowBatch:
     ref_logprobs: torch.Tensor | None = None
 
     @property
+    def weights_dtype(self) -> torch.dtype:
+        """The accumulation dtype of the per-row vectors: float64 for float64 logits, else float32."""
+        return torch.float64 if self.student_logits.dtype == torch.float64 else torch.float32
+
+    @property
     def has_teacher(self) -> bool:
         return self.teacher_logits is not None or self.teacher_logprobs is not None

@@ -105,8 +105,12 @@ def row_vector(name: str, value, token_shape: torch.Size, device: torch.device, 
     return value.reshape(-1).to(dtype)
 
 
-def split_teacher(teacher, student_logits: torch.Tensor, token_shape: torch.Size):
-    """teacher as (logits [N, V] or None, log-probs [N] or None) by its shape."""
+def split_teacher(teacher, logits_shape: torch.Size, logits_dtype: torch.dtype, device: torch.device):
+    """teacher as (logits [N, V] or None, log-probs [N] or None), told apart by its shape.
+
+    ``logits_shape``/``logits_dtype`` describe the student's logits (which the fused-linear form
+    never materialises, hence no tensor here).
+    """
     if teacher is None:
         return None, None
     if not isinstance(teacher, torch.Tensor):
@@ -115,12 +119,13 @@ def split_teacher(teacher, student_logits: torch.Tensor, token_shape: torch.Size
         )
     if not teacher.dtype.is_floating_point:
         raise TypeError(f"teacher must be floating point; got {teacher.dtype}")
-    check_device("teacher", teacher, student_logits.device)
-    if teacher.shape == student_logits.shape:
-        if (teacher.dtype == torch.float64) != (student_logits.dtype == torch.float64):
+    check_device("teacher", teacher, device)
+    token_shape = logits_shape[:-1]
+    if teacher.shape == logits_shape:
+        if (teacher.dtype == torch.float64) != (logits_dtype == torch.float64):
             raise TypeError(
                 "teacher logits and student_logits must both be float64 or neither; "
-                f"got {teacher.dtype} and {student_logits.dtype}"
+                f"got {teacher.dtype} and {logits_dtype}"
             )
         if teacher.dtype not in LOGIT_DTYPES:
             raise TypeError(
@@ -128,9 +133,10 @@ def split_teacher(teacher, student_logits: torch.Tensor, token_shape: torch.Size
             )
         return teacher.detach().reshape(-1, teacher.shape[-1]), None
     if teacher.shape == token_shape:
-        return None, teacher.detach().reshape(-1).to(accumulation_dtype(student_logits))
+        acc = torch.float64 if logits_dtype == torch.float64 else torch.float32
+        return None, teacher.detach().reshape(-1).to(acc)
     raise ValueError(
-        f"teacher must be logits of shape {tuple(student_logits.shape)} or per-token log-probs of shape "
+        f"teacher must be logits of shape {tuple(logits_shape)} or per-token log-probs of shape "
         f"{tuple(token_shape)}; got {tuple(teacher.shape)}"
     )
 
@@ -169,7 +175,9 @@ def flatten_rows(student_logits, teacher, targets, mask) -> tuple[RowBatch, torc
     token_shape = student_logits.shape[:-1]
     device = student_logits.device
     flat_targets = check_targets(targets, token_shape, device)
-    teacher_logits, teacher_logprobs = split_teacher(teacher, student_logits, token_shape)
+    teacher_logits, teacher_logprobs = split_teacher(
+        teacher, student_logits.shape, student_logits.dtype, device
+    )
     batch = RowBatch(
         student_logits=student_logits.reshape(-1, student_logits.shape[-1]),
         targets=flat_targets,
@@ -178,3 +186,32 @@ def flatten_rows(student_logits, teacher, targets, mask) -> tuple[RowBatch, torc
         teacher_logprobs=teacher_logprobs,
     )
     return batch, token_shape
+
+
+def check_grpo_options(*, clip_low, clip_high, dual_clip, kl_coef, entropy_coef, sdar_coef) -> None:
+    check_number("clip_low", clip_low, minimum=0.0)
+    if clip_low >= 1:
+        raise ValueError(f"clip_low must be in [0, 1); got {clip_low}")
+    check_number("clip_high", clip_high, minimum=0.0)
+    if dual_clip is not None:
+        check_number("dual_clip", dual_clip)
+        if dual_clip <= 1:
+            raise ValueError(f"dual_clip must be > 1 (or None to disable it); got {dual_clip}")
+    check_number("kl_coef", kl_coef, minimum=0.0)
+    check_number("entropy_coef", entropy_coef)
+    check_number("sdar_coef", sdar_coef)
+
+
+def add_grpo_rows(
+    batch: RowBatch, token_shape: torch.Size, advantages, old_logprobs, ref_logprobs, *, device, dtype
+) -> RowBatch:
+    """Checks the per-token GRPO inputs and adds them to the flattened batch as ``dtype`` (the
+    accumulation dtype). ``advantages`` may be per token or per sequence ([B] for [B, T] tokens).
+    """
+    if advantages is None or old_logprobs is None:
+        raise ValueError("advantages and old_logprobs must be given (per-token tensors shaped like targets)")
+    batch.advantages = row_vector("advantages", advantages, token_shape, device, dtype).detach()
+    batch.old_logprobs = row_vector("old_logprobs", old_logprobs, token_shape, device, dtype).detach()
+    if ref_logprobs is not None:
+        batch.ref_logprobs = row_vector("ref_logprobs", ref_logprobs, token_shape, device, dtype).detach()
+    return batch

@@ -148,6 +148,59 @@ def token_objective(
     return objective, terms
 
 
+def row_weights(batch: RowBatch, config: ObjectiveConfig, dtype: torch.dtype) -> torch.Tensor:
+    """m_t: the row weights (1 without a mask) with ``ignore_index`` rows set to 0."""
+    n_rows = batch.targets.shape[0]
+    weight = torch.ones(n_rows, dtype=dtype, device=batch.targets.device)
+    if batch.weights is not None:
+        weight = batch.weights.to(dtype)
+    return torch.where(batch.targets == config.ignore_index, torch.zeros_like(weight), weight)
+
+
+def finish_rows(a, entropy, b, weight, row_max, log_sum, batch: RowBatch, config: ObjectiveConfig):
+    """From the per-row a_t, H_t, b_t and m_t to the four outputs every backend returns.
+
+    ``a`` and ``entropy`` may carry gradient; the coefficients c_t = -d(m obj)/da and
+    e_t = d(m obj)/dH that the fused kernels save for their backward are derived by autograd of
+    the same :func:`token_objective`. Returns ``(loss_sum, weight_sum, row_loss, stats)``.
+    """
+    included = weight != 0
+    zero = torch.zeros_like(weight)
+    objective, terms = token_objective(a, entropy, b, batch, config)
+    row_loss = torch.where(included, weight * objective, zero)
+
+    with torch.enable_grad():
+        a_leaf = a.detach().requires_grad_(True)
+        entropy_leaf = entropy.detach().requires_grad_(True)
+        leaf_objective, _ = token_objective(a_leaf, entropy_leaf, b, batch, config)
+        da, dh = torch.autograd.grad(
+            (weight * leaf_objective).sum(), [a_leaf, entropy_leaf], allow_unused=True, materialize_grads=True
+        )
+
+    def masked(x: torch.Tensor | None) -> torch.Tensor:
+        return zero if x is None else torch.where(included, x.detach().to(weight.dtype), zero)
+
+    stats = torch.stack(
+        [
+            masked(a),
+            masked(b),
+            masked(terms["gap"]),
+            masked(terms["gate"]),
+            masked(entropy),
+            masked(terms["ratio"]),
+            masked(terms["clipped"]),
+            masked(terms["kl"]),
+            masked(weight),
+            masked(-da),
+            masked(dh),
+            masked(row_max),
+            masked(log_sum),
+        ]
+    )
+    assert stats.shape[0] == NUM_STATS
+    return row_loss.sum(), masked(weight).sum(), row_loss, stats
+
+
 def objective_rows(batch: RowBatch, config: ObjectiveConfig) -> tuple[torch.Tensor, ...]:
     """Per-token objective over N rows, reduced like the fused kernels reduce it.
 
@@ -157,23 +210,16 @@ def objective_rows(batch: RowBatch, config: ObjectiveConfig) -> tuple[torch.Tens
     """
     z = batch.student_logits
     compute = torch.float64 if z.dtype == torch.float64 else torch.float32
-    n_rows, vocab = z.shape
-    check_row_values(batch, vocab, config.ignore_index)
+    check_row_values(batch, z.shape[1], config.ignore_index)
 
-    # m_t: row weights with ignore_index rows excluded. Excluded rows are zeroed before any math
-    # so that whatever they hold (padding, NaN) reaches neither the loss nor the gradient.
-    ignored = batch.targets == config.ignore_index
-    weight = torch.ones(n_rows, dtype=compute, device=z.device)
-    if batch.weights is not None:
-        weight = batch.weights.to(compute)
-    zero = torch.zeros(n_rows, dtype=compute, device=z.device)
-    weight = torch.where(ignored, zero, weight)
+    # Excluded rows (weight 0) are zeroed before any math so that whatever they hold (padding,
+    # NaN) reaches neither the loss nor the gradient.
+    weight = row_weights(batch, config, compute)
     included = weight != 0
     targets = torch.where(included, batch.targets, torch.zeros_like(batch.targets))
 
     student = row_log_softmax(z.to(compute), targets, included, config.temperature)
     _check_finite_rows(student, included, "student_logits")
-    a = student.sampled  # a_t
     needs_entropy_grad = config.entropy_coef != 0 and torch.is_grad_enabled()
     with torch.set_grad_enabled(needs_entropy_grad):
         entropy = entropy_from_logprobs(student.logprobs)  # H_t
@@ -191,37 +237,4 @@ def objective_rows(batch: RowBatch, config: ObjectiveConfig) -> tuple[torch.Tens
         else:
             b = batch.teacher_logprobs.detach().to(compute)
 
-    objective, terms = token_objective(a, entropy, b, batch, config)
-    row_loss = torch.where(included, weight * objective, zero)
-
-    # c_t = -d(m obj)/da and e_t = d(m obj)/dH: what the kernels save for their backward
-    with torch.enable_grad():
-        a_leaf = a.detach().requires_grad_(True)
-        entropy_leaf = entropy.detach().requires_grad_(True)
-        leaf_objective, _ = token_objective(a_leaf, entropy_leaf, b, batch, config)
-        da, dh = torch.autograd.grad(
-            (weight * leaf_objective).sum(), [a_leaf, entropy_leaf], allow_unused=True, materialize_grads=True
-        )
-
-    def masked(x: torch.Tensor | None) -> torch.Tensor:
-        return zero if x is None else torch.where(included, x.detach().to(compute), zero)
-
-    stats = torch.stack(
-        [
-            masked(a),
-            masked(b),
-            masked(terms["gap"]),
-            masked(terms["gate"]),
-            masked(entropy),
-            masked(terms["ratio"]),
-            masked(terms["clipped"]),
-            masked(terms["kl"]),
-            masked(weight),
-            masked(-da),
-            masked(dh),
-            masked(student.row_max),
-            masked(student.log_sum),
-        ]
-    )
-    assert stats.shape[0] == NUM_STATS
-    return row_loss.sum(), masked(weight).sum(), row_loss, stats
+    return finish_rows(student.sampled, entropy, b, weight, student.row_max, student.log_sum, batch, config)

@@ -97,3 +97,37 @@ def make_inputs(
         if dtype == torch.float64:
             teacher = teacher.double()
     return LossInputs(student.to(dtype), teacher, targets, mask)
+
+
+@dataclass
+class GRPOInputs(LossInputs):
+    advantages: torch.Tensor | None = None
+    old_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+
+
+def make_grpo_inputs(
+    shape, vocab, dtype=torch.float32, *, teacher_form="logits", mask_kind="bool", salt=(), ratio_spread=0.3
+) -> GRPOInputs:
+    """LossInputs plus advantages of both signs and old/ref log-probs near the student's own, so
+    that ratios land on both sides of the clip range (and below/above the dual clip)."""
+    base = make_inputs(shape, vocab, dtype, teacher_form="logits", mask_kind=mask_kind, salt=("grpo", *salt))
+    g = generator("grpo-extra", tuple(shape), vocab, str(dtype), *salt)
+    safe = base.targets.clamp(min=0)
+    own = torch.log_softmax(base.student.double(), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    old = own + torch.randn(tuple(shape), generator=g, dtype=torch.float64) * ratio_spread
+    ref = own + torch.randn(tuple(shape), generator=g, dtype=torch.float64) * 0.5
+    advantages = torch.randn(tuple(shape), generator=g, dtype=torch.float64) * 1.5
+    teacher = base.teacher
+    if teacher_form == "logprobs":
+        teacher = (
+            torch.log_softmax(base.teacher.double(), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1).float()
+        )
+    elif teacher_form == "none":
+        teacher = None
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    if teacher is not None and teacher.dim() == len(shape):
+        teacher = teacher.to(acc)
+    return GRPOInputs(
+        base.student, teacher, base.targets, base.mask, advantages.to(acc), old.to(acc), ref.to(acc)
+    )
