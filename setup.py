@@ -118,7 +118,7 @@ def native_extension():
 
 
 setup(
-    packages=find_packages(include=["sdar_kernels", "sdar_kernels.*"]),
+    packages=find_packages(include=["sdar_kernels", "sdar_kernels.*", "sdar", "sdar.*"]),
     ext_modules=[native_extension()],
     cmdclass={"build_ext": BuildNativeOps.with_options(use_ninja=True)},
 )
