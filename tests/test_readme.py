@@ -19,7 +19,9 @@ def test_custom_environment_snippet_runs():
     observations = namespace["observations"]
     assert len(observations) == 8 and observations[0].task == "Your task is to: say 3"
     assert observations[4].task == "Your task is to: say 4"
-    assert namespace["Echo"]().step("say 1").won is False
+    echo = namespace["Echo"]()
+    echo.reset(2)
+    assert echo.step("say 1").won is False and echo.step("say 2").won is True
 
 
 def test_the_first_two_commands_are_the_setup_and_the_test_command():
