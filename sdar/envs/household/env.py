@@ -47,6 +47,8 @@ class HouseholdEnv:
     Args:
         split: "train", "valid_seen" or "valid_unseen" (held-out goal combinations).
         max_steps: the episode ends, lost, after this many actions.
+        max_instances: cap on the instances of each receptacle class (None: the catalog's ranges);
+            1 makes a small world in which every receptacle is "<class> 1".
 
     The true state is public for the expert planner: ``world`` (a :class:`World`), ``goal`` (a
     :class:`Goal`), ``steps`` (actions taken), ``done`` and ``won``.
@@ -55,9 +57,12 @@ class HouseholdEnv:
     name = "household"
     action_format = "action"
 
-    def __init__(self, split: str = "train", max_steps: int = 50):
+    def __init__(self, split: str = "train", max_steps: int = 50, max_instances: int | None = None):
         if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer; got {max_steps!r}")
+        if max_instances is not None and (isinstance(max_instances, bool) or int(max_instances) < 1):
+            raise ValueError(f"max_instances must be None or a positive integer; got {max_instances!r}")
+        self.max_instances = None if max_instances is None else int(max_instances)
         self.split = check_split(split)
         self.max_steps = int(max_steps)
         self.world: World | None = None
@@ -77,7 +82,9 @@ class HouseholdEnv:
         self.goal = sample_goal(rng, self.split)
         low, high = _GOAL_INSTANCES.get(self.goal.task_type, _DEFAULT_GOAL_INSTANCES)
         count = rng.randint(low, high)
-        self.world = generate_world(rng, self.goal.room, self.goal.obj, count, self.goal.excluded_start)
+        self.world = generate_world(
+            rng, self.goal.room, self.goal.obj, count, self.goal.excluded_start, self.max_instances
+        )
         self.steps, self.done, self.won = 0, False, False
         self._commands = self._admissible()
         return self._observation(self._overview())

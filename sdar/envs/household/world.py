@@ -113,14 +113,24 @@ class World:
 
 
 def generate_world(
-    rng: random.Random, room: str, goal_class: str, goal_count: int, forbidden: str | None
+    rng: random.Random,
+    room: str,
+    goal_class: str,
+    goal_count: int,
+    forbidden: str | None,
+    max_instances: int | None = None,
 ) -> World:
     """A random room layout holding ``goal_count`` instances of ``goal_class`` (none of them in a
-    ``forbidden`` receptacle class) among distractors. Deterministic given the state of ``rng``."""
+    ``forbidden`` receptacle class) among distractors. Deterministic given the state of ``rng``.
+    ``max_instances`` caps the instances of each receptacle class (a smaller world; the random
+    draws are the same, so layouts differ only by the dropped instances)."""
     receptacles: list[str] = []
     for cls in ROOMS[room]:
         low, high = RECEPTACLES[cls][0]
-        receptacles += [f"{cls} {i}" for i in range(1, rng.randint(low, high) + 1)]
+        count = rng.randint(low, high)
+        if max_instances is not None:
+            count = min(count, max_instances)
+        receptacles += [f"{cls} {i}" for i in range(1, count + 1)]
     contents: dict[str, list[str]] = {r: [] for r in receptacles}
     closed = {r: True for r in receptacles if RECEPTACLES[kind(r)][1]}
 
