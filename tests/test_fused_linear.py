@@ -223,7 +223,9 @@ def test_chunk_size_does_not_change_the_result(chunk_size):
     inputs = make_linear_inputs((37,), 12, 99, salt=("chunks",))
     loss, grads = run_fused(inputs, "cpu", "hidden", grpo=True, chunk_size=chunk_size)
     reference, reference_grads = run_fused(inputs, "cpu", "hidden", grpo=True, chunk_size=37)
-    torch.testing.assert_close(loss, reference, rtol=1e-6, atol=1e-9)
+    # A one-row chunk runs the projection as a matrix-vector product, which BLAS sums in another
+    # order than the matrix-matrix product: fp32 logits then differ in the last bits (seen at 2e-6).
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-8)
     for grad, other in zip(grads, reference_grads, strict=True):  # fp32 sums in another order
         torch.testing.assert_close(grad, other, rtol=1e-5, atol=1e-6 * float(other.abs().max()))
 
