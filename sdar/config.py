@@ -35,6 +35,7 @@ class TrainConfig:
     top_p: float = 1.0
     invalid_penalty: float = 0.1
     engine: str = "vllm"  # vllm | hf
+    tensor_parallel: int = 1  # vLLM tensor-parallel size (GPUs per engine); 1 on CPU
     # optimisation
     steps: int = 40
     lr: float = 2e-4

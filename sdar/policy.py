@@ -69,13 +69,33 @@ def micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
 
 
 def hidden_states(model, batch: PackedBatch) -> torch.Tensor:
-    """Final hidden states [b, L, D] of the packed sequences."""
+    """Final hidden states [b, L, D] of the packed sequences.
+
+    An FSDP2-sharded model (``sdar/distributed.py``) runs through its root module, so that the root's
+    parameters (embeddings, final norm, LM head) are gathered, and stay gathered for the loss that
+    reads the LM head weight next; its logits are kept for one position only.
+    """
     body, _ = decoder_and_head(model)
     device = next(model.parameters()).device
+    if _is_sharded(model):
+        out = model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            use_cache=False,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        return out.hidden_states[-1]
     out = body(
         input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False
     )
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def _is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 
 from . import algo, checkpoint
 from .config import TrainConfig
+from .distributed import DataParallel
 from .metrics import MetricsLog, plot_run, read_metrics
 from .policy import IGNORE, LossTerms, micro_batches, pack, policy_loss, response_logprobs, scatter_rows
 from .rollout import RolloutBatch, RolloutRunner, environment_for_split
@@ -104,14 +105,20 @@ class Trainer:
         from .skills import make_retriever
 
         self.config = config
-        self.log = log
+        # torchrun: data parallel over ranks (sdar/distributed.py); rank 0 alone logs, evaluates, saves
+        self.parallel = DataParallel.from_environment()
+        self.is_main = self.parallel is None or self.parallel.is_main
+        self.log = log if self.is_main else (lambda *args, **kwargs: None)
         self.preset = algo.get_preset(config.algo)
         self.out_dir = Path(config.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(config.seed)
-        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-
-        self.model_path = prepare_initial_model(config, self.out_dir, log)
+        if self.is_main:
+            (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+            self.model_path = prepare_initial_model(config, self.out_dir, log)
+        if self.parallel is not None:  # the other ranks wait for rank 0 to build the initial model
+            self.parallel.barrier()
+            self.model_path = prepare_initial_model(config, self.out_dir, self.log)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
         dtype = getattr(torch, config.dtype)
         self.policy = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=dtype)
@@ -119,6 +126,14 @@ class Trainer:
         self.reference = None
         if config.kl_coef != 0:
             self.reference = copy.deepcopy(self.policy).requires_grad_(False)
+        # the unsharded weights the engine and the no-grad passes use: the policy itself in one process;
+        # under torchrun a full copy per rank, refreshed from the FSDP shards after every step
+        self.scorer = self.policy
+        if self.parallel is not None:
+            if config.resume:
+                raise ValueError("--resume is not supported under torchrun yet: resume in one process")
+            self.scorer = copy.deepcopy(self.policy).requires_grad_(False)
+            self.parallel.shard(self.policy)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -134,12 +149,21 @@ class Trainer:
             self.retriever = make_retriever(
                 config.skills, **({"k": config.skills_k} if config.skills == "bm25" else {})
             )
+        engine_kind = config.engine
+        if config.tensor_parallel > 1 and engine_kind != "vllm":
+            raise ValueError(
+                f"--tensor-parallel {config.tensor_parallel} needs --engine vllm, got {engine_kind!r}"
+            )
+        if self.parallel is not None and engine_kind == "vllm" and not torch.cuda.is_available():
+            self.log("torchrun on CPU: one HF engine per rank (vLLM-CPU is one engine per process group)")
+            engine_kind = "hf"
         self.engine = make_engine(
-            config.engine,
+            engine_kind,
             str(self.model_path),
-            seed=config.seed,
-            model=self.policy,
+            seed=config.seed + (0 if self.parallel is None else 1009 * self.parallel.rank),
+            model=self.scorer,
             max_model_len=config.max_model_len,
+            **({"tensor_parallel_size": config.tensor_parallel} if config.tensor_parallel > 1 else {}),
         )
         runner_options = dict(
             env_name=config.env,
@@ -156,7 +180,7 @@ class Trainer:
             self.engine,
             self.tokenizer,
             environment_for_split(config.env, "train", config.environment_kwargs()),
-            config.tasks_per_step * config.group_size,
+            self.tasks_per_rank() * config.group_size,
             need_teacher=self.preset.needs_teacher,
             **runner_options,
         )
@@ -168,7 +192,7 @@ class Trainer:
             need_teacher=False,
             **runner_options,
         )
-        self.metrics = MetricsLog(self.out_dir, tensorboard=config.tensorboard)
+        self.metrics = MetricsLog(self.out_dir, tensorboard=config.tensorboard) if self.is_main else None
         self.checkpoints = self.out_dir / "checkpoints"
         if config.resume:
             self._resume()
@@ -186,23 +210,38 @@ class Trainer:
         self.step, self.task_cursor = state["step"], state["task_cursor"]
         if self.retriever is not None and state.get("retriever") and hasattr(self.retriever, "load_state"):
             self.retriever.load_state(state["retriever"])
-        self.engine.push_weights(self.policy)
+        self.push_weights()
         self.log(f"resumed from {path} at step {self.step}")
 
-    def save(self) -> Path:
+    def push_weights(self) -> None:
+        """The engine gets the policy's current weights (gathered from the shards under torchrun)."""
+        if self.parallel is not None:
+            self.parallel.gather_full_weights(self.policy, into=self.scorer)
+        self.engine.push_weights(self.scorer)
+
+    def save(self) -> Path | None:
+        """A checkpoint (rank 0 only). Under torchrun it holds the full weights; the optimiser state saved
+        is rank 0's shard, so such a checkpoint serves ``sdar eval`` and ``--model``, not ``--resume``."""
+        if not self.is_main:
+            return None
         state = {"task_cursor": self.task_cursor, "config": self.config.to_dict()}
         if self.retriever is not None and hasattr(self.retriever, "state"):
             state["retriever"] = self.retriever.state()
         return checkpoint.save_checkpoint(
             self.checkpoints,
             self.step,
-            model=self.policy,
+            model=self.scorer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             trainer_state=state,
         )
 
     # ----- one step ------------------------------------------------------------------------------
+
+    def tasks_per_rank(self) -> int:
+        """Tasks this process rolls out per step: all of them, or its share under torchrun."""
+        tasks = range(self.config.tasks_per_step)
+        return len(tasks) if self.parallel is None else len(self.parallel.share(tasks))
 
     def next_task_seeds(self) -> list[int]:
         seeds = list(range(self.task_cursor, self.task_cursor + self.config.tasks_per_step))
@@ -214,8 +253,11 @@ class Trainer:
         started = time.time()
 
         # 1. rollouts: B tasks x G episodes, every turn a row with the engine's log-probs
+        seeds = self.next_task_seeds()
+        if self.parallel is not None:  # each rank rolls out its share of the tasks (whole groups)
+            seeds = self.parallel.share(seeds)
         rollouts = self.train_runner.run(
-            self.next_task_seeds(), config.group_size, sampling_seed=config.seed * 1_000_003 + self.step
+            seeds, config.group_size, sampling_seed=config.seed * 1_000_003 + self.step
         )
         engine_seconds = time.time() - started
         rows = rollouts.rows
@@ -242,7 +284,7 @@ class Trainer:
         if preset.needs_teacher:
             teacher_pairs = [(row.teacher_prompt_ids, row.response_ids) for row in rows]
             teacher = response_logprobs(
-                self.policy,
+                self.scorer,
                 teacher_pairs,
                 pad_id=pad,
                 token_budget=config.token_budget,
@@ -251,11 +293,17 @@ class Trainer:
 
         # 4. the objective, micro-batch by micro-batch, normalised by the step's token count
         token_count = sum(len(row.response_ids) for row in rows)
+        if self.parallel is not None:  # the normaliser is the step's token count over every rank
+            token_count = int(self.parallel.sum([token_count])[0])
         rlsd_coef = algo.rlsd_coefficient(preset, self.step)
         totals: dict[str, float] = defaultdict(float)
         loss_value = 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        for indices in micro_batches([len(p) + len(r) for p, r in responses], config.token_budget):
+        batches = micro_batches([len(p) + len(r) for p, r in responses], config.token_budget)
+        passes = [(b, 1.0) for b in batches]
+        if self.parallel is not None:  # as many passes on every rank (FSDP's collectives)
+            passes = self.parallel.padded_micro_batches(batches)
+        for indices, weight in passes:
             batch = pack([responses[i] for i in indices], pad)
             row_advantages = scatter_rows(
                 [torch.full((len(rows[i].response_ids),), float(advantages[i])) for i in indices], batch
@@ -291,6 +339,9 @@ class Trainer:
                 temperature=config.temperature,
                 skill_sd_coef=preset.skill_sd_coef,
             )
+            if weight == 0.0:  # a pass that only keeps this rank in step with the others (FSDP)
+                (loss * 0.0).backward()
+                continue
             loss.backward()
             loss_value += float(loss.detach())
             response = batch.targets != IGNORE
@@ -303,14 +354,17 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), config.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
-        self.engine.push_weights(self.policy)
+        self.push_weights()
+        if self.parallel is not None:
+            loss_value, *sums = self.parallel.sum([loss_value, *(totals[n] for n in TOTALS)])
+            totals.update(zip(TOTALS, sums, strict=True))
         parity = None
         if config.debug_parity:
             from .engines import engine_logprob_parity
 
             parity = engine_logprob_parity(
                 self.engine,
-                self.policy,
+                self.scorer,
                 [rows[0].prompt_ids],
                 max_new_tokens=8,
                 temperature=config.temperature,
@@ -343,6 +397,23 @@ class Trainer:
         }
         if parity is not None:
             record["engine_parity"] = parity
+        if self.parallel is not None:  # episode statistics over every rank's rollouts
+            wins, episodes, reward, turns, valid, n_rows = self.parallel.sum(
+                [
+                    sum(e.won for e in rollouts.episodes),
+                    len(rollouts.episodes),
+                    sum(e.reward for e in rollouts.episodes),
+                    sum(e.turns for e in rollouts.episodes),
+                    sum(row.valid for row in rows),
+                    len(rows),
+                ]
+            )
+            record.update(
+                success=wins / episodes,
+                reward=reward / episodes,
+                turns=turns / episodes,
+                valid_ratio=valid / max(n_rows, 1),
+            )
         return record
 
     # ----- evaluation and the whole run ---------------------------------------------------------
@@ -371,6 +442,10 @@ class Trainer:
 
     def train(self) -> dict:
         config = self.config
+        if not self.is_main:  # torchrun: the other ranks only take part in the steps
+            while self.step < config.steps:
+                self.train_step()
+            return {}
         before = None
         if self.step == 0:
             before = self.evaluate("before")
@@ -413,7 +488,13 @@ class Trainer:
         self.train_runner.close()
         self.eval_runner.close()
         self.engine.close()
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.parallel is not None:
+            self.parallel.close()
+
+
+TOTALS = ("gate", "gap", "entropy", "kl", "ratio", "gate_active", "clipped")
 
 
 def success_by_type(rollouts: RolloutBatch) -> dict[str, float]:
