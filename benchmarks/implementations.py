@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from baselines import eager_logprobs, eager_sdar_loss, gated_sum
 
 from sdar_kernels import available_backends, fused_linear_sdar_loss, sdar_loss
 
@@ -39,25 +40,17 @@ class Implementation:
 
 def gated_term(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor):
     """sum_t m_t g_t (b_t - a_t) from per-token log-probs a (with grad) and b (detached), [N] each."""
-    gate = torch.sigmoid(BETA * (teacher_logprobs - student_logprobs).detach())
-    return (mask * gate * (teacher_logprobs - student_logprobs)).sum()
-
-
-def _eager_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return gated_sum(student_logprobs, teacher_logprobs.detach(), mask, BETA)
 
 
 def eager_logits(z, t, y, m):
-    """What users write: two full fp32 log-softmax tensors, gathers, the gate, the masked mean."""
-    a = _eager_logprobs(z, y)
-    with torch.no_grad():
-        b = _eager_logprobs(t, y)
-    return gated_term(a, b, m) / m.sum().clamp(min=1.0)
+    """What users write (``baselines.eager_sdar_loss``)."""
+    return eager_sdar_loss(z, t, y, m, beta=BETA)
 
 
 def _chunk_sum(z, t, y, m):
-    a = _eager_logprobs(z, y)
-    b = _eager_logprobs(t, y).detach()
+    a = eager_logprobs(z, y)
+    b = eager_logprobs(t, y).detach()
     return gated_term(a, b, m)
 
 
@@ -124,7 +117,7 @@ def ours_linear(h, w, y, b, m):
 
 
 def eager_linear(h, w, y, b, m):
-    a = _eager_logprobs(h @ w.T, y)
+    a = eager_logprobs(h @ w.T, y)
     return gated_term(a, b, m) / m.sum().clamp(min=1.0)
 
 
@@ -147,7 +140,7 @@ def cce_linear(h, w, y, b, m):
 
 
 def _linear_chunk_sum(h, w, y, b, m):
-    return gated_term(_eager_logprobs(h @ w.T, y), b, m)
+    return gated_term(eager_logprobs(h @ w.T, y), b, m)
 
 
 _compiled_linear_chunk_sum = None

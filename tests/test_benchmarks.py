@@ -46,7 +46,18 @@ def test_a_wrong_implementation_is_reported_as_wrong():
 
 
 def test_sweep_writes_csv_json_and_plot(tmp_path):
-    args = ["--group", "logits", "--rows", "64,128", "--vocab", "515", "--repeats", "1", "--out", str(tmp_path)]
+    args = [
+        "--group",
+        "logits",
+        "--rows",
+        "64,128",
+        "--vocab",
+        "515",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert bench_loss.main(args) == 0
     with open(tmp_path / "bench_loss.csv") as handle:
         rows = list(csv.DictReader(handle))
