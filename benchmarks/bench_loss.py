@@ -9,16 +9,18 @@ mask density) and every implementation in ``benchmarks/implementations.py``:
 2. forward, backward and forward+backward time: median and p20/p80 over repeats after warm-up
    (torch.compile's compilation happens in the check, before any timing), synchronising on GPUs;
 3. op-incremental peak memory: bytes the op allocates beyond its inputs (gradients included);
-4. the floor: bytes an op must move (logits group: read z and the teacher forward, read z and write
-   the gradient backward) as a fraction of the machine's measured copy bandwidth, and for the
-   fused-linear group the fraction of the machine's measured matmul rate that the 6 N D V
-   forward+backward FLOPs of h W^T represent.
+4. the floor: bytes an op must move (logits group: read z and the teacher of each kept row forward,
+   read z of each kept row and write every gradient row backward) as a fraction of the machine's
+   measured copy bandwidth, and for the fused-linear group the fraction of the machine's measured
+   matmul rate (one [2048, D] x [D, 8192] product) that the 6 N_kept D V forward+backward FLOPs of
+   h W^T represent; other matmul shapes can run a little faster than that reference.
 
     python benchmarks/bench_loss.py --quick            # < 2 minutes on a 2-core CPU
     python benchmarks/bench_loss.py                    # the one-factor-at-a-time sweep
     python benchmarks/bench_loss.py --group logits --rows 1024,4096 --vocab 151936 --dtypes bfloat16
 
-Writes <out>/bench_loss[_quick].csv, .json and .png (time and memory vs N per implementation).
+Writes <out>/bench_loss[_quick].csv, .json, .md (a table per group: forward+backward time, speed-up
+over eager, peak extra memory) and .png (time and memory vs N per implementation).
 """
 
 from __future__ import annotations
@@ -87,6 +89,27 @@ class Row:
             out.update({f"{phase}_ms": median, f"{phase}_p20_ms": p20, f"{phase}_p80_ms": p80})
         out.update(peak_extra_mib=self.peak_extra_mib, floor_fraction=self.floor_fraction)
         return out
+
+    @classmethod
+    def from_flat(cls, flat: dict) -> Row:
+        """The inverse of ``flat`` (a row of a written JSON file)."""
+        config = Config(**{name: flat[name] for name in Config.__dataclass_fields__})
+        times = {
+            phase: [flat[f"{phase}_ms"], flat[f"{phase}_p20_ms"], flat[f"{phase}_p80_ms"]]
+            for phase in ("forward", "backward", "forward_backward")
+            if flat.get(f"{phase}_ms") is not None
+        }
+        return cls(
+            config,
+            flat["impl"],
+            flat["status"],
+            flat["note"],
+            flat["check_loss_error"],
+            flat["check_grad_error"],
+            times,
+            flat["peak_extra_mib"],
+            flat["floor_fraction"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,11 +255,13 @@ def floor_fraction(config: Config, row: Row, floors: dict) -> float | None:
     if not seconds:
         return None
     seconds /= 1e3
+    # masked rows need no reads and no matmul work, only their (zero) gradient row written
+    kept = config.rows * (1.0 - config.mask_density)
     if config.group == "logits":
         element = torch.finfo(getattr(torch, config.dtype)).bits // 8
-        moved = 4 * config.rows * config.vocab * element
+        moved = (3 * kept + config.rows) * config.vocab * element
         return moved / seconds / floors["bandwidth"]
-    flops = 6 * config.rows * config.dim * config.vocab
+    flops = 6 * kept * config.dim * config.vocab
     return flops / seconds / floors[("matmul", config.dtype, config.dim)]
 
 
@@ -341,10 +366,45 @@ def write_outputs(rows: list[Row], meta: dict, stem: str) -> list[str]:
         writer.writerows(flat)
     with open(stem + ".json", "w") as handle:
         json.dump({**meta, "results": flat}, handle, indent=1)
-    written = [stem + ".csv", stem + ".json"]
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown_tables(flat, meta))
+    written = [stem + ".csv", stem + ".json", stem + ".md"]
     if plot(flat, meta, stem + ".png"):
         written.append(stem + ".png")
     return written
+
+
+def markdown_tables(flat: list[dict], meta: dict) -> str:
+    """One table per group: a row per configuration, a column per implementation, each cell the
+    median forward+backward time, its speed-up over eager, and the peak extra memory."""
+    command = meta["command"].strip()
+    lines = [f"Machine: {meta['machine']}; `{command}`; median of {meta['repeats']} runs.", ""]
+    for group in ("logits", "linear"):
+        rows = [r for r in flat if r["group"] == group]
+        if not rows:
+            continue
+        impls = list(dict.fromkeys(r["impl"] for r in rows))
+        configs = list(dict.fromkeys(Row.from_flat(r).config for r in rows))
+        lines += [
+            "| " + " | ".join([f"{group} config", *impls]) + " |",
+            "| --- |" + " --: |" * len(impls),
+        ]
+        for config in configs:
+            cells = {r["impl"]: r for r in rows if Row.from_flat(r).config == config}
+            eager = cells.get("eager", {}).get("forward_backward_ms")
+            label = config.label().removeprefix(group + " ")
+            line = [label]
+            for impl in impls:
+                row = cells.get(impl)
+                if row is None or row["status"] != "ok":
+                    line.append(row["status"] if row else "")
+                    continue
+                ms = row["forward_backward_ms"]
+                speedup = f" ({eager / ms:.1f}x)" if eager else ""
+                line.append(f"{ms:.1f} ms{speedup}, {row['peak_extra_mib']:.0f} MiB")
+            lines.append("| " + " | ".join(line) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(flat: list[dict], meta: dict, path: str) -> bool:
@@ -397,6 +457,28 @@ def plot(flat: list[dict], meta: dict, path: str) -> bool:
     return True
 
 
+def replot(path: str) -> int:
+    """Rewrite <stem>.csv/.json/.png next to ``path`` from its measurements, with today's formulas."""
+    with open(path) as handle:
+        saved = json.load(handle)
+    meta = {k: v for k, v in saved.items() if k != "results"}
+    floors = {"bandwidth": meta["copy_bandwidth_bytes_per_s"]}
+    for key, rate in meta["matmul_flops_per_s"].items():
+        dtype, dim = key.split("/D=")
+        floors[("matmul", dtype, int(dim))] = rate
+    rows = [Row.from_flat(flat) for flat in saved["results"]]
+    print(f"machine: {meta['machine']}")
+    print(HEADER)
+    print("-" * len(HEADER))
+    for row in rows:
+        if row.status == "ok":
+            row.floor_fraction = floor_fraction(row.config, row, floors)
+        print(format_row(row))
+    for written in write_outputs(rows, meta, os.path.splitext(path)[0]):
+        print(f"wrote {written}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -413,7 +495,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per phase (default 5; quick 3)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument(
+        "--replot",
+        metavar="JSON",
+        help="re-derive floors, table, CSV and PNG from a written JSON file without measuring again",
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     unknown = set(args.group) - {"logits", "linear"}
     if unknown:
         parser.error(f"--group: unknown {sorted(unknown)}; expected logits and/or linear")

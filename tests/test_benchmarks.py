@@ -69,6 +69,13 @@ def test_sweep_writes_csv_json_and_plot(tmp_path):
     assert meta["copy_bandwidth_bytes_per_s"] > 0 and len(meta["results"]) == len(rows)
     assert (tmp_path / "bench_loss.png").stat().st_size > 0
 
+    # --replot rebuilds the same rows and floors from the JSON alone
+    (tmp_path / "bench_loss.png").unlink()
+    assert bench_loss.main(["--replot", str(tmp_path / "bench_loss.json")]) == 0
+    again = json.loads((tmp_path / "bench_loss.json").read_text())
+    assert again["results"] == meta["results"]
+    assert (tmp_path / "bench_loss.png").stat().st_size > 0
+
 
 def test_capacity_search_finds_the_boundary(monkeypatch):
     """With a fake probe whose peak grows linearly in N, doubling then bisection lands on the
