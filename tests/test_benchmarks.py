@@ -99,3 +99,46 @@ def test_capacity_search_finds_the_boundary(monkeypatch):
 def test_capacity_probe_reports_peak_rss():
     result = bench_capacity.run_probe("fused-linear", 64, 32, 257, cap_bytes=1 << 40)
     assert result["fits"] and result["peak_rss_bytes"] > 10 * 2**20
+
+
+def test_capacity_outputs_table_plot_and_replot(tmp_path):
+    """The table reports each implementation's largest fitting N, its peak and the ratio to eager;
+    ``--replot`` rebuilds the same table from the saved JSON."""
+    gib = 2**30
+
+    def probe(rows, peak_gib, fits):
+        return {"rows": rows, "fits": fits, "peak_rss_bytes": int(peak_gib * gib), "seconds": 1.0}
+
+    saved = {
+        "machine": "test machine",
+        "cap_gib": 4.0,
+        "vocab": 151936,
+        "dim": 896,
+        "results": [
+            {
+                "impl": "eager",
+                "max_rows": 1024,
+                "bounded_by_search": False,
+                "bytes_per_token": 3 * 2**20,
+                "probes": [probe(512, 2.5, True), probe(1024, 3.5, True), probe(2048, 6.5, False)],
+            },
+            {
+                "impl": "fused-linear",
+                "max_rows": 4096,
+                "bounded_by_search": True,
+                "bytes_per_token": 8 * 2**10,
+                "probes": [probe(2048, 2.2, True), probe(4096, 2.25, True)],
+            },
+        ],
+    }
+    written = bench_capacity.write_outputs(saved, str(tmp_path / "capacity.json"))
+    table = (tmp_path / "capacity.md").read_text()
+    assert "| eager | 1,024 | 3.50 GiB | 3,072 KiB | 1.0x |" in table
+    flat_row = "| fused-linear | 4,096 (all probes fit; largest probed) | 2.25 GiB | 8 KiB | at least 4.0x |"
+    assert flat_row in table
+    assert "test machine" in table
+    if any(path.endswith(".png") for path in written):
+        assert (tmp_path / "capacity.png").stat().st_size > 0
+    (tmp_path / "capacity.md").unlink()
+    assert bench_capacity.main(["--replot", str(tmp_path / "capacity.json")]) == 0
+    assert (tmp_path / "capacity.md").read_text() == table
