@@ -35,9 +35,14 @@ HIDDEN_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 DEFAULT_CHUNK_ELEMENTS = 1 << 23  # logits per chunk (32 MiB in fp32)
 
 
-def default_chunk_rows(vocab_size: int) -> int:
-    """Rows per chunk: about 8M logits per chunk, at least 8 rows."""
-    return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
+def default_chunk_rows(vocab_size: int, hidden_size: int = 0) -> int:
+    """Rows per chunk: at least 8M logits and D / 4 rows (so a chunk's logits are at most a quarter
+    of the dW accumulator, V x D, which is held anyway) and at least 8 rows.
+
+    Few rows per chunk make every dW update a thin matrix product that reads and writes all of
+    V x D; D / 4 rows keeps that traffic small against the chunk's flops.
+    """
+    return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1), hidden_size // 4)
 
 
 class _FusedLinearObjective(torch.autograd.Function):
@@ -58,14 +63,16 @@ class _FusedLinearObjective(torch.autograd.Function):
         stats = torch.zeros(layout.NUM_STATS, n_rows, dtype=acc, device=device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         grad_hidden = torch.zeros(n_rows, hidden.shape[1], dtype=acc, device=device) if need_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=device) if need_weight else None
+        grad_weight = None  # the first chunk's product is written, not added to zeros
         grad_bias = torch.zeros(weight.shape[0], dtype=acc, device=device) if need_bias else None
 
         def pick(tensor):
             return None if tensor is None else tensor.index_select(0, chunk)
 
-        for start in range(0, rows.numel(), chunk_rows):
-            chunk = rows[start : start + chunk_rows]
+        kept = rows.numel()
+        step = -(-kept // -(-kept // chunk_rows)) if kept else 1  # even chunks: no thin last one
+        for start in range(0, kept, step):
+            chunk = rows[start : start + step]
             hidden_chunk = hidden.index_select(0, chunk)
             logits = F.linear(hidden_chunk, weight, bias)
             teacher_logits = pick(batch.teacher_logits)
@@ -89,12 +96,16 @@ class _FusedLinearObjective(torch.autograd.Function):
                 grad_hidden.index_copy_(0, chunk, torch.mm(grad_logits, weight).to(acc))
             if need_weight or need_bias:
                 grad_logits_acc = grad_logits.to(acc)
-                if need_weight:
+                if need_weight and grad_weight is None:
+                    grad_weight = torch.mm(grad_logits_acc.t(), hidden_chunk.to(acc))
+                elif need_weight:
                     grad_weight.addmm_(grad_logits_acc.t(), hidden_chunk.to(acc))
                 if need_bias:
                     grad_bias += grad_logits_acc.sum(0)
                 del grad_logits_acc
             del grad_logits, hidden_chunk
+        if need_weight and grad_weight is None:  # every row masked
+            grad_weight = torch.zeros(weight.shape, dtype=acc, device=device)
 
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.mark_non_differentiable(stats)
@@ -104,6 +115,8 @@ class _FusedLinearObjective(torch.autograd.Function):
     def backward(ctx, grad_loss, grad_stats):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
 
+        # Always a new tensor: handing out the saved one would let in-place work on .grad (clipping,
+        # accumulation) change what a retained graph returns next time.
         def scaled(grad, like_input):
             return None if grad is None else (grad * grad_loss.to(grad.dtype)).to(like_input)
 
@@ -204,7 +217,7 @@ def _run(
     chunk_size,
 ):
     backend = resolve_backend(backend, hidden.device)
-    chunk_rows = default_chunk_rows(weight.shape[0]) if chunk_size is None else int(chunk_size)
+    chunk_rows = default_chunk_rows(*weight.shape) if chunk_size is None else int(chunk_size)
     if chunk_rows < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     divisor = _normalizer(reduction, normalizer)
@@ -243,7 +256,7 @@ def fused_linear_sdar_loss(
         targets: sampled token ids shaped like ``student_hidden`` without D.
         teacher: teacher logits [..., V] or per-token teacher log-probs; or ``teacher_hidden``
             ([..., D], the self-teacher: the same LM head, no gradient). Exactly one is needed.
-        chunk_size: rows per chunk (default: about 8M logits per chunk).
+        chunk_size: rows per chunk (default: the larger of 8M / V and D / 4 rows, at least 8).
         Other options as in :func:`sdar_loss`; ``reduction`` is ``"mean"`` or ``"sum"``.
     """
     check_common_options(

@@ -299,6 +299,26 @@ def test_stats_cover_every_token():
         torch.testing.assert_close(getattr(stats, name), getattr(expected, name), rtol=1e-5, atol=1e-6)
 
 
+def test_upstream_gradient_scales_and_retained_graph_accumulates():
+    """The gradients are computed in forward and only scaled in backward: a scaled upstream, repeated
+    backward through a retained graph and .grad accumulation must all see the same saved gradients."""
+    inputs = make_linear_inputs((30,), 16, 257, salt=("upstream",))
+    hidden = inputs["hidden"].clone().requires_grad_(True)
+    weight = inputs["weight"].clone().requires_grad_(True)
+    loss = fused_linear_sdar_loss(hidden, weight, inputs["targets"], teacher_hidden=inputs["teacher_hidden"])
+    unit = [g.clone() for g in torch.autograd.grad(loss, [hidden, weight], retain_graph=True)]
+    scaled = torch.autograd.grad(loss * 3.0, [hidden, weight], retain_graph=True)
+    for one, three in zip(unit, scaled, strict=True):
+        torch.testing.assert_close(three, 3.0 * one, rtol=1e-6, atol=0.0)
+    for _ in range(3):
+        loss.backward(retain_graph=True)
+    for param, one in zip((hidden, weight), unit, strict=True):
+        torch.testing.assert_close(param.grad, 3.0 * one, rtol=1e-6, atol=0.0)
+    again = torch.autograd.grad(loss, [hidden, weight])
+    for grad, one in zip(again, unit, strict=True):
+        torch.testing.assert_close(grad, one, rtol=0.0, atol=0.0)
+
+
 def test_working_memory_does_not_grow_with_the_number_of_tokens():
     """Peak extra memory (profiler allocator events) beyond the inputs: about one chunk of logits plus
     the gradients of h and W, far below one [N, V] fp32 logits tensor, and growing only like dh."""
