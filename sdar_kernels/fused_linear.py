@@ -13,6 +13,8 @@ The backward of the returned loss only scales the saved gradients by the upstrea
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -36,11 +38,11 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 23  # logits per chunk (32 MiB in fp32)
 
 
 def default_chunk_rows(vocab_size: int, hidden_size: int = 0) -> int:
-    """Rows per chunk: at least 8M logits and D / 4 rows (so a chunk's logits are at most a quarter
-    of the dW accumulator, V x D, which is held anyway) and at least 8 rows.
+    """Rows per chunk: the largest of 8M / V (about 8M logits), D / 4 and 8.
 
     Few rows per chunk make every dW update a thin matrix product that reads and writes all of
-    V x D; D / 4 rows keeps that traffic small against the chunk's flops.
+    V x D; D / 4 rows keeps that traffic small against the chunk's flops, at a chunk of logits a
+    quarter the size of the fp32 dW (V x D) that is held anyway.
     """
     return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1), hidden_size // 4)
 
@@ -70,7 +72,8 @@ class _FusedLinearObjective(torch.autograd.Function):
             return None if tensor is None else tensor.index_select(0, chunk)
 
         kept = rows.numel()
-        step = -(-kept // -(-kept // chunk_rows)) if kept else 1  # even chunks: no thin last one
+        n_chunks = max(1, math.ceil(kept / chunk_rows))
+        step = max(1, math.ceil(kept / n_chunks))  # even chunks: no thin last one
         for start in range(0, kept, step):
             chunk = rows[start : start + step]
             hidden_chunk = hidden.index_select(0, chunk)
