@@ -213,7 +213,10 @@ def test_equals_the_logits_path(backend, grpo):
     inputs = make_linear_inputs((2, 17), 20, 777, salt=("same", grpo))
     loss, grads = run_fused(inputs, backend, "hidden", grpo=grpo, chunk_size=5)
     expected, expected_grads = run_logits_path(inputs, backend, "hidden", grpo=grpo)
-    torch.testing.assert_close(loss, expected, rtol=2e-6, atol=1e-8)
+    # The loss is a sum of signed terms that can cancel (seen: 0.0054 from terms of size ~1): its
+    # tolerance is relative to the summed |terms| (SPEC section 7), not to the loss itself.
+    scale = oracle_gradients(inputs, "hidden", grpo=grpo)[2]
+    assert_close_fp32(loss, expected, rtol=2e-6, scale=scale, what="loss")
     for grad, other in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, other, rtol=2e-5, atol=1e-7)
 
