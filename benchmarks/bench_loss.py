@@ -384,13 +384,14 @@ def markdown_tables(flat: list[dict], meta: dict) -> str:
         if not rows:
             continue
         impls = list(dict.fromkeys(r["impl"] for r in rows))
-        configs = list(dict.fromkeys(Row.from_flat(r).config for r in rows))
+        keyed = [(Row.from_flat(r).config, r) for r in rows]  # each row's Config, built once
+        configs = list(dict.fromkeys(config for config, _ in keyed))
         lines += [
             "| " + " | ".join([f"{group} config", *impls]) + " |",
             "| --- |" + " --: |" * len(impls),
         ]
         for config in configs:
-            cells = {r["impl"]: r for r in rows if Row.from_flat(r).config == config}
+            cells = {r["impl"]: r for c, r in keyed if c == config}
             eager = cells.get("eager", {}).get("forward_backward_ms")
             label = config.label().removeprefix(group + " ")
             line = [label]
@@ -458,7 +459,7 @@ def plot(flat: list[dict], meta: dict, path: str) -> bool:
 
 
 def replot(path: str) -> int:
-    """Rewrite <stem>.csv/.json/.png next to ``path`` from its measurements, with today's formulas."""
+    """Rewrite <stem>.csv/.json/.md/.png next to ``path`` from its measurements, with today's formulas."""
     with open(path) as handle:
         saved = json.load(handle)
     meta = {k: v for k, v in saved.items() if k != "results"}
